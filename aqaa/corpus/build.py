@@ -226,12 +226,17 @@ def format_counts(stats: dict) -> str:
 def format_voice_states(table: dict[str, dict]) -> str:
     ref = table.get("neutral")
     lines = ["| state | n | rate (chars/s) | median F0 (Hz) | voiced | RMS (dBFS) |", "|---|---:|---:|---:|---:|---:|"]
-    for state, r in table.items():
+    order = sorted(table, key=lambda s: (s != "neutral", s))
+    for state in order:
+        r = table[state]
+
         def rel(k, fmt, unit=""):
+            if k == "f0_median_hz" and r["voiced_fraction"] < 0.1:
+                return "unvoiced"  # whispered: F0 of a few stray frames means nothing
             if ref is None or state == "neutral" or r[k] != r[k] or ref[k] != ref[k]:
                 return format(r[k], fmt)
             d = r[k] - ref[k]
-            return f"{format(r[k], fmt)} ({d:+{fmt[1:]}}{unit})"
+            return f"{format(r[k], fmt)} ({d:+{fmt}}{unit})"
 
         lines.append(f"| {state} | {r['n']} | {rel('rate_cps', '.1f')} | {rel('f0_median_hz', '.0f')} | "
                      f"{rel('voiced_fraction', '.2f')} | {rel('rms_db', '.1f')} |")
