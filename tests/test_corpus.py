@@ -108,3 +108,31 @@ def test_datamodule_batches(tiny_corpus):
     dm24.setup()
     b = next(iter(dm24.val_dataloader()))
     assert "query_wav" not in b and b["answer_wav"].shape[0] == 2
+
+
+# state -> (measure, direction) it names, against the same words in the neutral voice
+DIRECTIONS = {
+    "slow": [("rate_ratio", "<")], "fast": [("rate_ratio", ">")],
+    "loud": [("rms_db_diff", ">")], "soft": [("rms_db_diff", "<")],
+    "high": [("f0_ratio", ">")], "low": [("f0_ratio", "<")],
+    "whisper": [("voiced_diff", "<")],
+    "happy": [("f0_ratio", ">"), ("rate_ratio", ">")], "sad": [("f0_ratio", "<"), ("rate_ratio", "<")],
+    "child": [("f0_ratio", ">")],
+}
+MARGIN = {"rate_ratio": 0.15, "f0_ratio": 0.10, "rms_db_diff": 3.0, "voiced_diff": 0.3}
+
+
+def test_corpus_voice_states_move_in_their_named_direction(tiny_corpus):
+    """Measured on the corpus's own answer audio, paired with the same words in neutral."""
+    _, corpus = tiny_corpus
+    table = json.loads((corpus / "stats.json").read_text())["voice_states"]
+    checked = 0
+    for state, checks in DIRECTIONS.items():
+        if state not in table:
+            continue
+        for key, sign in checks:
+            value, margin = table[state][key], MARGIN[key]
+            ref = 1.0 if key.endswith("ratio") else 0.0
+            assert (value < ref - margin) if sign == "<" else (value > ref + margin), (state, key, value)
+            checked += 1
+    assert checked >= 8  # the tiny corpus holds most states

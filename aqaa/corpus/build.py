@@ -66,6 +66,8 @@ def _synth_answer(job: dict) -> dict:
         pros = measure(wav, sr, text)
         w16, w24 = resample(wav, sr, TOKENIZER_SR), resample(wav, sr, VOCODER_SR)
         seg = {"text": text, "state": state, "prosody": asdict(pros)}
+        if state != "neutral":  # the same words in the neutral voice: what the state is measured against
+            seg["neutral_prosody"] = asdict(measure(*_SYNTH.synthesize(text, ASSISTANT_STATES["neutral"]), text))
         if len(job["segments"]) > 1:  # single-segment answers share the whole-answer files
             seg["audio"], seg["audio_24k"] = f"{stem}.s{k}.16k.wav", f"{stem}.s{k}.24k.wav"
             save_wav(out_dir / seg["audio"], w16, TOKENIZER_SR)
@@ -197,19 +199,32 @@ def _count(items: list[QAItem]) -> dict[str, int]:
 
 
 def voice_state_table(segments: list[dict]) -> dict[str, dict]:
-    """Median prosody per assistant voice state, measured on the synthesised segments."""
+    """Per assistant voice state: medians of its prosody, and of its change against the
+    same words spoken in the neutral voice (paired, so text length and content cancel)."""
     by_state: dict[str, list[dict]] = {}
     for s in segments:
-        by_state.setdefault(s["state"], []).append(s["prosody"])
-    table = {}
-    for state, ps in sorted(by_state.items()):
-        def med(k):
-            vals = [p[k] for p in ps if p[k] == p[k]]  # drop NaN (no voiced frames)
-            return round(statistics.median(vals), 3) if vals else float("nan")
+        by_state.setdefault(s["state"], []).append(s)
 
-        table[state] = {"n": len(ps), "rate_cps": med("rate_cps"), "f0_median_hz": med("f0_median_hz"),
-                        "voiced_fraction": med("voiced_fraction"), "rms_db": med("rms_db")}
+    def med(vals):
+        vals = [v for v in vals if v == v]  # drop NaN (no voiced frames)
+        return round(statistics.median(vals), 3) if vals else float("nan")
+
+    table = {}
+    for state, segs in sorted(by_state.items()):
+        ps = [s["prosody"] for s in segs]
+        row = {"n": len(segs), **{k: med([p[k] for p in ps]) for k in PROSODY_KEYS}}
+        pairs = [(s["prosody"], s["neutral_prosody"]) for s in segs if s.get("neutral_prosody")]
+        if pairs:
+            row["rate_ratio"] = med([p["rate_cps"] / n["rate_cps"] for p, n in pairs if n["rate_cps"] > 0])
+            row["f0_ratio"] = med([p["f0_median_hz"] / n["f0_median_hz"] for p, n in pairs
+                                   if p["voiced_fraction"] >= 0.1 and n["f0_median_hz"] > 0])
+            row["voiced_diff"] = med([p["voiced_fraction"] - n["voiced_fraction"] for p, n in pairs])
+            row["rms_db_diff"] = med([p["rms_db"] - n["rms_db"] for p, n in pairs])
+        table[state] = row
     return table
+
+
+PROSODY_KEYS = ("rate_cps", "f0_median_hz", "voiced_fraction", "rms_db")
 
 
 def format_counts(stats: dict) -> str:
@@ -224,20 +239,18 @@ def format_counts(stats: dict) -> str:
 
 
 def format_voice_states(table: dict[str, dict]) -> str:
-    ref = table.get("neutral")
-    lines = ["| state | n | rate (chars/s) | median F0 (Hz) | voiced | RMS (dBFS) |", "|---|---:|---:|---:|---:|---:|"]
-    order = sorted(table, key=lambda s: (s != "neutral", s))
-    for state in order:
+    """Markdown: absolute medians, and the paired change against the same words in neutral."""
+    lines = ["| state | n | rate (chars/s) | vs neutral | median F0 (Hz) | vs neutral | voiced | vs neutral "
+             "| RMS (dBFS) | vs neutral |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for state in sorted(table, key=lambda s: (s != "neutral", s)):
         r = table[state]
-
-        def rel(k, fmt, unit=""):
-            if k == "f0_median_hz" and r["voiced_fraction"] < 0.1:
-                return "unvoiced"  # whispered: F0 of a few stray frames means nothing
-            if ref is None or state == "neutral" or r[k] != r[k] or ref[k] != ref[k]:
-                return format(r[k], fmt)
-            d = r[k] - ref[k]
-            return f"{format(r[k], fmt)} ({d:+{fmt}}{unit})"
-
-        lines.append(f"| {state} | {r['n']} | {rel('rate_cps', '.1f')} | {rel('f0_median_hz', '.0f')} | "
-                     f"{rel('voiced_fraction', '.2f')} | {rel('rms_db', '.1f')} |")
+        unvoiced = r["voiced_fraction"] < 0.1  # whispered: the F0 of a few stray frames means nothing
+        f0 = "unvoiced" if unvoiced else f"{r['f0_median_hz']:.0f}"
+        if "rate_ratio" in r:
+            d = (f"x{r['rate_ratio']:.2f}", "-" if unvoiced else f"x{r['f0_ratio']:.2f}",
+                 f"{r['voiced_diff']:+.2f}", f"{r['rms_db_diff']:+.1f} dB")
+        else:
+            d = ("",) * 4
+        lines.append(f"| {state} | {r['n']} | {r['rate_cps']:.1f} | {d[0]} | {f0} | {d[1]} | "
+                     f"{r['voiced_fraction']:.2f} | {d[2]} | {r['rms_db']:.1f} | {d[3]} |")
     return "\n".join(lines)

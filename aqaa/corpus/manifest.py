@@ -38,7 +38,8 @@ class SegmentRow:
     state: str = "neutral"
     audio: str | None = None  # 16 kHz, relative to the manifest
     audio_24k: str | None = None
-    prosody: dict | None = None
+    prosody: dict | None = None  # aqaa.prosody.measure of this segment's audio
+    neutral_prosody: dict | None = None  # the same text in the neutral voice (not stored as audio)
 
 
 @dataclass
