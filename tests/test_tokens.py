@@ -161,3 +161,13 @@ def test_parse_reports_errors():
     res = V.parse([V.text_id(3), V.audio_start, *a, V.audio_end, V.bos], "text_first")
     assert any("unexpected id" in e for e in res.errors)
     assert res.segments[0].audio == a
+
+
+@given(st.text(max_size=40))
+def test_byte_tokenizer_round_trips_through_vocab_ids(text):
+    from aqaa.text import ByteTokenizer
+
+    tok = ByteTokenizer()
+    ids = tok.to_ids(text, V)
+    assert all(V.is_text(i) for i in ids)
+    assert tok.from_ids(ids, V) == text
