@@ -20,9 +20,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
-	$(AQAA) data build -e $(EXPERIMENT)
+	$(AQAA) pipeline -e $(EXPERIMENT)
 	@echo
-	@echo "Corpus pointer: checkpoints/latest.json"; cat checkpoints/latest.json
+	@echo "== aqaa chat: a held-out spoken question, answered in speech =="
+	$(AQAA) chat -e $(EXPERIMENT) --input "$$($(PY) -c 'import json; from pathlib import Path; c = Path(json.load(open("checkpoints/latest.json"))["corpus"]); print(c / json.loads((c / "test.jsonl").read_text().splitlines()[0])["query_audio"])')" --output checkpoints/demo_answer.wav
+	@echo
+	@echo "Spoken answer: checkpoints/demo_answer.wav   Artifacts: checkpoints/latest.json"
+	@echo "TensorBoard:   $(VENV)/bin/tensorboard --logdir runs   (then open http://localhost:6006)"
 
 test: setup
 	$(PY) -m pytest -q

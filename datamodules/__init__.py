@@ -1,5 +1,6 @@
 """LightningDataModules over the corpus manifests (thin wrappers around ``aqaa.data``)."""
 
+from .lm import LMDataModule
 from .spoken_qa import SpokenQADataModule
 
-__all__ = ["SpokenQADataModule"]
+__all__ = ["LMDataModule", "SpokenQADataModule"]

@@ -1,0 +1,71 @@
+"""`aqaa pipeline`, `aqaa chat` and `aqaa eval` end to end on the tiny config."""
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from aqaa.cli import main
+from aqaa.pipeline import STAGES
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipe")
+    args = ["pipeline", "-e", "tiny", f"paths.checkpoints={root / 'ck'}", f"paths.runs={root / 'runs'}", "--quiet"]
+    assert main(args) == 0
+    return root, args
+
+
+def _artifacts(root: Path) -> set[str]:
+    return {p.name for p in (root / "ck").iterdir() if (p / "artifact.json").exists()}
+
+
+def test_latest_names_every_stage(tiny_run):
+    root, _ = tiny_run
+    latest = json.loads((root / "ck" / "latest.json").read_text())
+    assert set(latest) == set(STAGES)
+    for stage, where in latest.items():
+        assert Path(where).name.startswith(f"{stage}-") and (Path(where) / "artifact.json").exists()
+    m = json.loads((Path(latest["eval"]) / "metrics.json").read_text())
+    assert {"chat_proxy", "factuality", "relevance", "text_audio_wer", "dnsmos_ovrl"} <= set(m["overall"])
+    assert set(m["per_category"]) and {"ppl_text", "ppl_audio", "ppl_linguistic", "ppl_semantic"} <= set(m["ppl"])
+    assert 1.0 <= m["overall"]["chat_proxy"] <= 5.0
+    assert list((root / "runs").rglob("events.out.tfevents.*"))
+
+
+def test_second_run_reuses_everything(tiny_run, capsys):
+    root, args = tiny_run
+    before = _artifacts(root)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert _artifacts(root) == before
+    for stage in STAGES:
+        assert f"{stage}: reusing" in out, stage
+
+
+def test_merge_weights_change_reruns_only_merge_and_eval(tiny_run, capsys):
+    root, args = tiny_run
+    before = _artifacts(root)
+    assert main(args + ["merge.weights=[1,1,1]"]) == 0
+    new = _artifacts(root) - before
+    assert sorted(n.split("-")[0] for n in new) == ["eval", "merge"]
+    capsys.readouterr()
+
+
+def test_chat_round_trip(tiny_run, capsys):
+    root, _ = tiny_run
+    corpus = Path(json.loads((root / "ck" / "latest.json").read_text())["corpus"])
+    question = next((corpus / "audio" / "q").glob("*test*.wav"))
+    out = root / "answer.wav"
+    rc = main(["chat", "-e", "tiny", f"paths.checkpoints={root / 'ck'}", "--input", str(question),
+               "--output", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"text", "segments", "seconds_to_first_audio", "real_time_factor"} <= set(res)
+    assert sf.info(str(out)).samplerate == 24000
+    assert res["parse_errors"] == []
+    # a missing input is a clear error, not a traceback
+    assert main(["chat", "-e", "tiny", f"paths.checkpoints={root / 'ck'}", "--input", str(root / "nope.wav"),
+                 "--output", str(out)]) == 2
