@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup
+	$(AQAA) data build -e $(EXPERIMENT)
 	$(AQAA) pipeline -e $(EXPERIMENT)
 	@echo
 	@echo "== aqaa chat: a held-out spoken question, answered in speech =="

@@ -167,9 +167,9 @@ def consolidate_checkpoint(path: str | Path) -> dict:
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
             out = Path(tmp) / "full.pt"
             dcp_to_torch_save(path, out)
-            full = torch.load(out, map_location="cpu", weights_only=False)
+            full = torch.load(out, map_location="cpu", weights_only=True)
     else:
-        full = torch.load(path, map_location="cpu", weights_only=False)
+        full = torch.load(path, map_location="cpu", weights_only=True)
     # ModelParallelStrategy (fsdp2) and single-file checkpoints: "state_dict"; FSDPStrategy's sharded: "model"
     sd = full["state_dict"] if "state_dict" in full else full["model"]
     # DCP stores a tied weight once per name; both names come back. Plain tensors only.

@@ -77,7 +77,8 @@ class TokenizerModule(L.LightningModule):
             # Straight to the logger: a window need not line up with log_every_n_steps.
             st = codebook_stats(self._usage)
             self.logger.log_metrics({"train/sem_usage": st["usage"], "train/sem_perplexity": st["perplexity"],
-                                     "train/sem_live_codes": self.sem.vq.live_codes()}, step=self.global_step)
+                                     "train/sem_live_codes": self.sem.vq.live_codes(),
+                                     "train/sem_restarts": int(self.sem.vq.restarts)}, step=self.global_step)
             self._usage.zero_()
         return loss
 
@@ -218,7 +219,7 @@ def _train(cfg: ExperimentConfig, corpus_dir: Path, work: Path, version: str, ca
     last = ckpt_dir / "last.ckpt"
     resume = last if last.exists() else None
     if resume:
-        step = torch.load(last, map_location="cpu", weights_only=False).get("global_step", "?")
+        step = torch.load(last, map_location="cpu", weights_only=True).get("global_step", "?")
         log(f"tokenizer: resuming from {last} (step {step})")
     trainer = L.Trainer(
         accelerator="gpu" if torch.cuda.is_available() else "cpu",  # not "auto": CTC has no MPS kernel

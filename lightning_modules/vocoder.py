@@ -231,7 +231,7 @@ def _fit(trainer: L.Trainer, module: L.LightningModule, train: DataLoader, val: 
     last = ckpt_dir / "last.ckpt"
     resume = last if last.exists() else None
     if resume:
-        step = torch.load(last, map_location="cpu", weights_only=False).get("global_step", "?")
+        step = torch.load(last, map_location="cpu", weights_only=True).get("global_step", "?")
         log(f"vocoder {phase}: resuming from {last} (step {step})")
     t0, c0 = time.perf_counter(), time.process_time()
     trainer.fit(module, train, val, ckpt_path=resume)

@@ -8,6 +8,7 @@ import torch
 from aqaa.config import load_config
 from aqaa.generate import generate
 from aqaa.lm_data import write_synthetic_tokens
+from aqaa.losses import dpo_loss, sequence_logps
 from aqaa.model import LM, load_model, preset, save_model
 from aqaa.preference import collate_pairs, load_preference_examples
 from aqaa.stages import run_dpo, run_merge
@@ -61,8 +62,17 @@ def test_dpo_moves_chosen_above_rejected(setup):
     art = run_dpo(cfg, tokens=tokens, init=init, progress=False, log=lambda *_: None)
     m = json.loads((art.path / "metrics.json").read_text())
     assert m["masked"] is True and m["steps"] == 25
-    # on the (overfit) training pairs the chosen answers end up preferred
+    # on the (overfit) training pairs the chosen answers end up preferred: the implicit
+    # rewards beta * log(pi / pi_ref) of chosen answers rise above those of rejected ones
     assert m["train_loss_final"] < 0.5 * m["train_loss_history"][0]
+    vocab = setup[3]
+    ex, _ = load_preference_examples(cfg, tokens, "train", vocab)
+    b = collate_pairs(ex, vocab)
+    with torch.no_grad():
+        pol = sequence_logps(load_model(art.path)(b["input_ids"]), b["labels"], b["masked"])
+        ref = sequence_logps(load_model(init)(b["input_ids"]), b["labels"], b["masked"])
+    _, chosen, rejected = dpo_loss(pol[:8], pol[8:], ref[:8], ref[8:], beta=0.5)
+    assert (chosen > rejected).float().mean() >= 0.75 and (chosen - rejected).mean() > 0
     assert json.loads((root / "ck" / "latest.json").read_text())["dpo"] == str(art.path)
     # rerun: reused, nothing trained
     assert run_dpo(cfg, tokens=tokens, init=init, progress=False, log=lambda *_: None).path == art.path

@@ -122,7 +122,7 @@ def test_killed_run_resumes(tokens, tmp_path):
     assert ckpt is not None and proc.poll() is None, "the run ended before a checkpoint could be interrupted"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    first = torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
+    first = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
     assert 0 < first < 12
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr
@@ -152,7 +152,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tokens, tmp_path):
     partial = list((Path(cfg.paths.checkpoints) / ".partial").glob("pretrain-*"))
     assert len(partial) == 1
     last = partial[0] / "lightning" / "last.ckpt"
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
     assert not any(p.name.startswith("pretrain-") for p in store.root.iterdir())  # nothing looks complete
     art = run_pretrain(cfg, tokens=tokens, progress=False, log=lambda *a: None)  # rerun: resumes, finishes
     assert art.complete and json.loads((art.path / "metrics.json").read_text())["steps"] == 6

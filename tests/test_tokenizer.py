@@ -217,6 +217,6 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
         run_tokenizer(cfg, corpus=corpus, progress=False, callbacks=[_PoisonAt(5)], log=lambda *_: None)
     assert "tokenizer.lr" in str(e.value)
     (work,) = list((tmp_path / "checkpoints" / ".partial").iterdir())
-    ckpt = torch.load(work / CKPT_DIR / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(work / CKPT_DIR / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

@@ -165,7 +165,10 @@ def fit_kmeans(features: torch.Tensor, n_codes: int, seed: int = 0, log=print) -
         n_clusters=k, batch_size=max(4096, 4 * k), n_init=1, max_iter=10, random_state=seed,
         init_size=min(len(x), 3 * k), reassignment_ratio=0.01,
     )
-    km.fit(x)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=torch.get_num_threads()):  # sklearn's OpenMP would take every core
+        km.fit(x)
     cent = torch.from_numpy(km.cluster_centers_).float()
     if k < n_codes:
         cent = torch.cat([cent, cent[torch.arange(n_codes - k) % k]])
