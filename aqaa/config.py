@@ -250,6 +250,9 @@ class TrainConfig:
     grad_clip: float = 1.0  # gradient norm clipping (0 = off)
     activation_checkpointing: bool = False  # recompute each block in backward (fsdp / fsdp2)
     ckpt_every: int = 50  # steps between resumable checkpoints; not part of the artifact key
+    # torch intra-op threads per process (0 = torch's default, one per core). On a CPU shared
+    # with other jobs, 1 (or OMP_WAIT_POLICY=PASSIVE) avoids threads spinning on each other.
+    threads: int = 0
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     sft1: SFTConfig = field(default_factory=lambda: SFTConfig(lr=5e-4, aqta=True))
     sft2: SFTConfig = field(default_factory=lambda: SFTConfig(lr=2e-4, max_steps=100, warmup_steps=10, aqta=False,
@@ -456,6 +459,8 @@ def _check_lm(cfg: ExperimentConfig, fail) -> None:
             fail(f"train.{k}", f"must be >= 1, got {getattr(tc, k)}")
     if tc.grad_clip < 0:
         fail("train.grad_clip", f"must be >= 0 (0 = off), got {tc.grad_clip}")
+    if tc.threads < 0:
+        fail("train.threads", f"must be >= 0 (0 = torch's default), got {tc.threads}")
     for name in ("pretrain", "sft1", "sft2"):
         st = getattr(tc, name)
         for k in ("max_steps", "batch_tokens", "val_every"):

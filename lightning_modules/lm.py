@@ -228,6 +228,8 @@ def train_lm(
     precision = resolve_precision(tc, accelerator)
     strategy = make_strategy(tc, accelerator, precision)
     fsdp_dtype = "bfloat16" if (tc.strategy == "fsdp2" and accelerator == "gpu" and "bf16" in precision) else None
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     L.seed_everything(stage_cfg.seed, verbose=False)
     hp = dict(model_cfg=model_cfg.to_dict(),
               vocab={"text_size": vocab.text_size, "n_linguistic": vocab.n_linguistic, "n_semantic": vocab.n_semantic},
