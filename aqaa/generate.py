@@ -359,8 +359,10 @@ def generate(
     ac = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else _nullcontext()
 
     def forward(x: torch.Tensor, pos: int) -> torch.Tensor:
+        last = torch.zeros(x.shape, dtype=torch.bool, device=x.device)
+        last[:, -1] = True  # the output head only where the next id is read
         with ac:
-            return model(x, pos=pos)[0, -1].float()
+            return model(x, pos=pos, select=last)[-1].float()
 
     try:
         if use_cache:

@@ -49,6 +49,17 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
                            reduction="none").view(labels.shape)
 
 
+def target_ce(model, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``token_ce`` of ``model`` on a batch, computing logits at target positions only."""
+    sel = labels != IGNORE
+    ce = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
+    if sel.any():
+        logits = model(input_ids, select=sel)
+        return ce.masked_scatter(sel, F.cross_entropy(logits, labels[sel], reduction="none"))
+    # no targets (a rank's empty share of a batch): still run the model, for collectives and autograd
+    return ce + 0.0 * model(input_ids, select=sel).sum()
+
+
 @dataclass
 class Example:
     ids: list[int]

@@ -92,10 +92,9 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in float32 (bf16 has too few mantissa bits for the mean of squares).
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * self.weight.float()).type_as(x)
+        # Normalise in float32 (bf16 has too few mantissa bits for the mean of squares);
+        # F.rms_norm is one fused kernel for what is otherwise five elementwise passes.
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_cache(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,11 +240,15 @@ class LM(nn.Module):
             n -= self.embed.weight.numel()
         return n
 
-    def forward(self, ids: torch.Tensor, pos: int = 0, return_hidden: bool = False) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, pos: int = 0, return_hidden: bool = False,
+                select: torch.Tensor | None = None) -> torch.Tensor:
         """ids [B, T] -> logits [B, T, vocab] (float32 under autocast too).
 
-        With a cache set up (``setup_cache``), ``pos`` is where ids start in the sequence
-        and keys/values are kept for the next call.
+        ``select`` (bool [B, T]): logits only where it is set, as [N, vocab]. Training
+        passes the target positions (an SFT response is about a third of its dialogue),
+        decoding the last position: the output head and the softmax over the vocabulary
+        are then computed where they are used. With a cache set up (``setup_cache``),
+        ``pos`` is where ids start in the sequence and keys/values are kept.
         """
         B, T = ids.shape
         if pos + T > self.cfg.max_seq_len:
@@ -258,6 +261,8 @@ class LM(nn.Module):
         x = self.norm(x)
         if return_hidden:
             return x
+        if select is not None:
+            x = x[select]
         return self.lm_head(x).float()
 
     # ----- KV cache ---------------------------------------------------------------

@@ -29,7 +29,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from aqaa.config import ExperimentConfig, LMStageConfig
 from aqaa.distributed import (apply_fsdp2, consolidate_checkpoint, load_full_state_dict, make_strategy,
                               resolve_accelerator, resolve_precision, strip_prefix)
-from aqaa.lm_data import Example, class_sums, id_class_table, perplexities, token_ce
+from aqaa.lm_data import Example, class_sums, id_class_table, perplexities, target_ce
 from aqaa.model import LM, ModelConfig, save_model
 from aqaa.tokens import Vocab
 from datamodules.lm import LMDataModule
@@ -95,7 +95,7 @@ class LMModule(L.LightningModule):
         return self.model(ids)
 
     def _ce(self, batch: dict) -> torch.Tensor:
-        return token_ce(self.model(batch["input_ids"]), batch["labels"])
+        return target_ce(self.model, batch["input_ids"], batch["labels"])
 
     # ----- training ---------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

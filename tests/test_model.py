@@ -88,6 +88,19 @@ def test_causal_and_kv_cache_match_full_forward():
     assert torch.allclose(torch.stack(steps[:-1], 1), full[:, 29:39], atol=1e-4)
 
 
+def test_logits_at_selected_positions_only():
+    m = small_lm()
+    x = torch.randint(0, VOCAB.size, (2, 9))
+    sel = torch.rand(2, 9) > 0.5
+    with torch.no_grad():
+        assert torch.allclose(m(x, select=sel), m(x)[sel], atol=1e-6)
+    from aqaa.lm_data import target_ce
+
+    labels = torch.where(sel, torch.randint(0, VOCAB.size, (2, 9)), torch.full((2, 9), IGNORE))
+    with torch.no_grad():
+        assert torch.allclose(target_ce(m, x, labels), token_ce(m(x), labels), atol=1e-5)
+
+
 def test_gqa_and_tied_embeddings():
     m = small_lm()
     assert m.lm_head.weight is m.embed.weight
@@ -334,8 +347,9 @@ class FixedLM(torch.nn.Module):
     def clear_cache(self):
         pass
 
-    def forward(self, ids, pos=0):
-        return self.logits.expand(ids.size(0), ids.size(1), -1)
+    def forward(self, ids, pos=0, select=None):
+        out = self.logits.expand(ids.size(0), ids.size(1), -1)
+        return out[select] if select is not None else out
 
 
 def test_repetition_aware_sampling_breaks_loops():

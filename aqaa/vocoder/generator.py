@@ -3,8 +3,10 @@
 The backbone runs at the mel frame rate (100 Hz) and predicts, per frame, the log
 magnitude and the phase of every STFT bin; ``torch.istft`` turns them into samples. No
 transposed convolutions at the sample rate, so it is cheap on a CPU (Vocos, Siuzdak 2023).
-Trained here with multi-resolution STFT and mel losses only (no adversarial terms: they
-need far more steps than a CPU budget allows to pay off).
+Trained here with multi-resolution STFT and mel losses only. No adversarial terms: they
+need far more steps than a CPU budget allows to pay off. (APNet's anti-wrapping phase
+losses against the true phase were tried too: in a few hundred CPU steps they did not
+move the phase off chance level, so they are not kept.)
 """
 
 from __future__ import annotations
@@ -58,22 +60,24 @@ class Generator(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)  # log magnitude and phase of n_fft/2+1 bins
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        """Complex STFT [B, n_fft/2+1, T] predicted from the mel."""
+    def spectrum(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log magnitude, phase), each [B, n_fft/2+1, T], predicted from the mel."""
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
         x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
         log_mag, phase = x.chunk(2, dim=1)
+        return log_mag, phase
+
+    def synthesize(self, log_mag: torch.Tensor, phase: torch.Tensor, length: int) -> torch.Tensor:
         mag = torch.exp(log_mag).clamp(max=1e2)  # as Vocos: bounds the first steps' blow-ups
-        # Phase as cos/sin of an unbounded angle: no wrap-around discontinuity to learn.
-        return torch.polar(mag, phase)
+        # The phase is an unbounded angle used through cos/sin: no wrap-around to learn.
+        return torch.istft(torch.polar(mag, phase), self.cfg.n_fft, hop_length=self.cfg.hop,
+                           win_length=self.cfg.n_fft, window=self.window, center=True, length=length)
 
     def forward(self, mel: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        spec = self.spectrum(mel)
         n = length if length is not None else mel.shape[-1] * self.cfg.hop
-        return torch.istft(spec, self.cfg.n_fft, hop_length=self.cfg.hop, win_length=self.cfg.n_fft,
-                           window=self.window, center=True, length=n)
+        return self.synthesize(*self.spectrum(mel), n)
 
 
 # ----- losses ----------------------------------------------------------------------------
