@@ -4,10 +4,15 @@
 in ``checkpoints/.partial/<stage>-<hash>/`` and the directory is renamed into place when
 done, so a crash never leaves something that looks complete. A training stage may keep
 its partial directory to resume from; other stages start over.
+
+Several processes may share one store (sweep workers): resolving an incomplete artifact
+takes an exclusive lock on building it, held until ``commit``, so a second process waits
+for the first and then reuses its result instead of writing into the same directory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,6 +26,11 @@ from .config import config_hash, to_yaml
 MARKER = "artifact.json"
 PARTIAL = ".partial"
 LATEST = "latest.json"
+
+# Build locks this process holds: lock file -> descriptor. flock is per open file, so a
+# process re-resolving an artifact whose build it abandoned (a failed trial) must not
+# lock it twice.
+_HELD: dict[str, int] = {}
 
 
 @dataclass
@@ -50,13 +60,41 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 class ArtifactStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, latest: str = LATEST):
         self.root = Path(root)
+        self.latest_path = self.root / latest
 
     def resolve(self, stage: str, spec: Any, upstream: dict[str, "Artifact | Path | str"] | None = None) -> Artifact:
-        """Where the artifact of ``stage`` for this spec (and these inputs) lives."""
+        """Where the artifact of ``stage`` for this spec (and these inputs) lives. If it is not
+        complete, this process takes the lock on building it (waiting while another process
+        builds it; then it is complete and the lock is given back)."""
         ups = {k: (v.name if isinstance(v, Artifact) else Path(v).name) for k, v in (upstream or {}).items()}
-        return Artifact(stage, config_hash(stage, spec, ups), self.root / f"{stage}-{config_hash(stage, spec, ups)}")
+        key = config_hash(stage, spec, ups)
+        art = Artifact(stage, key, self.root / f"{stage}-{key}")
+        if not art.complete and _is_rank_zero():
+            self._lock(art)
+            if art.complete:  # built by another process while we waited
+                self.release(art)
+        return art
+
+    def _lock_path(self, art: Artifact) -> str:
+        return str(self.root / PARTIAL / f"{art.name}.lock")
+
+    def _lock(self, art: Artifact) -> None:
+        path = self._lock_path(art)
+        if path in _HELD:
+            return
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # the OS drops it if this process dies
+        _HELD[path] = fd
+
+    def release(self, art: Artifact) -> None:
+        """Give back the build lock on ``art`` (done by ``commit``; call it after a failed build)."""
+        fd = _HELD.pop(self._lock_path(art), None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def partial_dir(self, art: Artifact) -> Path:
         return self.root / PARTIAL / art.name
@@ -90,28 +128,43 @@ class ArtifactStore:
             **(extra or {}),
         }
         write_json_atomic(work / MARKER, info)
-        if art.path.exists():  # a stale incomplete leftover: never reused, replaced
+        if art.path.exists():  # a stale incomplete leftover (or a forced rebuild): replaced
             shutil.rmtree(art.path)
         os.rename(work, art.path)
+        self.release(art)
         return art.path
 
     # ----- latest.json -------------------------------------------------------------
     def update_latest(self, **stages: Path | Artifact) -> Path:
         """Record the artifact directory of each given stage in ``latest.json``."""
-        path = self.root / LATEST
+        path = self.latest_path
         data = json.loads(path.read_text()) if path.exists() else {}
         for stage, where in stages.items():
             data[stage] = str(where.path if isinstance(where, Artifact) else where)
-        self.root.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, data)
         return path
 
     def latest(self, stage: str) -> Path | None:
-        path = self.root / LATEST
+        path = self.latest_path
         if not path.exists():
             return None
         where = json.loads(path.read_text()).get(stage)
         return Path(where) if where else None
+
+
+def release_all() -> None:
+    """Give back every build lock this process holds (after a failed sweep trial)."""
+    for fd in _HELD.values():
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    _HELD.clear()
+
+
+def _is_rank_zero() -> bool:
+    # Under DDP/FSDP every rank resolves the same artifacts; rank 0 builds them (the others
+    # would wait on its lock forever).
+    return all(os.environ.get(k, "0") in ("", "0") for k in ("RANK", "LOCAL_RANK"))
 
 
 def _plain(obj: Any) -> Any:

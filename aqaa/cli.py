@@ -216,9 +216,10 @@ def cmd_merge(args) -> int:
 def _latest(cfg, stage: str) -> Path:
     from .artifacts import ArtifactStore
 
-    where = ArtifactStore(cfg.paths.checkpoints).latest(stage)
+    store = ArtifactStore(cfg.paths.checkpoints, latest=cfg.paths.latest)
+    where = store.latest(stage)
     if where is None:
-        raise ConfigError(f"no {stage} artifact in {cfg.paths.checkpoints}/latest.json: pass --checkpoint DIR "
+        raise ConfigError(f"no {stage} artifact in {store.latest_path}: pass --checkpoint DIR "
                           "or run `aqaa pipeline` first")
     return where
 
@@ -278,6 +279,35 @@ def cmd_pipeline(args) -> int:
     if "eval" in arts:
         print(f"\n{_eval_table(json.loads((arts['eval'].path / 'metrics.json').read_text()))}")
     print(f"\nartifacts: {cfg.paths.checkpoints}/latest.json; TensorBoard: tensorboard --logdir {cfg.paths.runs}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from sweeps.report import write_report
+    from sweeps.runner import run_sweep
+    from sweeps.studies import get_study
+
+    study = get_study(args.study)
+    s = run_sweep(args.study, args.experiment, args.overrides, trials=args.trials, storage=args.storage,
+                  workers=args.workers, seeds=args.seeds, pruner=args.pruner, name=args.study_name,
+                  progress=not args.quiet, worker=args.worker)
+    if not args.worker:
+        cfg = load_config(args.experiment, args.overrides)
+        text, _ = write_report(s, study, Path(cfg.paths.checkpoints) / "sweeps" / s.study_name)
+        print("\n" + text)
+        print(f"TensorBoard: tensorboard --logdir {Path(cfg.paths.runs) / s.study_name}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from sweeps.report import report
+    from sweeps.runner import default_storage, open_storage
+
+    cfg = load_config(args.experiment, args.overrides)
+    name = args.study_name or args.study
+    out = Path(args.out) if args.out else Path(cfg.paths.checkpoints) / "sweeps" / name
+    text, _ = report(args.study, open_storage(args.storage or default_storage(cfg)), name=name, out_dir=out)
+    print(text, end="")
     return 0
 
 
@@ -415,6 +445,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until", default="eval", help="last stage to run (default: eval)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_pipeline)
+
+    from sweeps.studies import STUDIES
+
+    studies = ", ".join(f"{k} ({v.description})" for k, v in STUDIES.items())
+    p = sub.add_parser("sweep", help="run an Optuna ablation study; every trial a pipeline run reusing artifacts",
+                       description=f"Studies: {studies}.")
+    p.add_argument("study", choices=list(STUDIES), help="which ablation")
+    _add_config_args(p)
+    p.add_argument("--trials", type=int, help="finished trials to reach (default: the whole grid; merge: 8)")
+    p.add_argument("--storage", help="SQLite file (default checkpoints/sweeps.db), journal file (*.log, "
+                                     "*.journal) or SQLAlchemy URL (postgresql://...)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per grid point (default 1)")
+    p.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"],
+                   help="pruner of single-objective studies, on validation perplexity (default median)")
+    p.add_argument("--study-name", help="name in the storage (default: the study's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers for its children
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="Markdown tables (beside the paper's) and plots of a study")
+    p.add_argument("study", choices=list(STUDIES))
+    _add_config_args(p)
+    p.add_argument("--storage", help="as for `aqaa sweep` (default checkpoints/sweeps.db)")
+    p.add_argument("--study-name", help="name in the storage (default: the study's)")
+    p.add_argument("--out", help="directory for report.md and plots (default checkpoints/sweeps/STUDY)")
+    p.set_defaults(func=cmd_report)
 
     p_model = sub.add_parser("model", help="inspect the backbone")
     model_sub = p_model.add_subparsers(dest="action", required=True)

@@ -32,6 +32,9 @@ class ConfigError(ValueError):
 class PathsConfig:
     checkpoints: str = "checkpoints"  # artifact root (relative to the working directory)
     runs: str = "runs"  # TensorBoard log root
+    # file under `checkpoints` naming each stage's artifact of the last run (sweeps give every
+    # trial its own, so they never move what `aqaa chat` and `aqaa eval` pick by default)
+    latest: str = "latest.json"
 
 
 @dataclass

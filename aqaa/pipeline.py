@@ -9,7 +9,6 @@ changes e.g. only ``merge.weights`` re-runs merge and eval alone.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from .artifacts import Artifact
 from .config import ExperimentConfig
@@ -56,9 +55,8 @@ def run_pipeline(cfg: ExperimentConfig, until: str = "eval", progress: bool = Tr
     merged = step("merge", merge)
     step("eval", lambda: run_eval(cfg, merged, **kw))
     store = store_for(cfg)
-    latest = Path(cfg.paths.checkpoints) / "latest.json"
-    if latest.exists():
-        latest.unlink()  # latest.json describes this run only
+    if store.latest_path.exists():
+        store.latest_path.unlink()  # latest.json describes this run only
     store.update_latest(**arts)
     for name, seconds in times.items():
         log(f"  {name:<10} {seconds:7.1f} s  {arts[name].path}")

@@ -18,7 +18,7 @@ IMPORT_VERSION = 1
 
 
 def store_for(cfg: ExperimentConfig) -> ArtifactStore:
-    return ArtifactStore(cfg.paths.checkpoints)
+    return ArtifactStore(cfg.paths.checkpoints, latest=cfg.paths.latest)
 
 
 def corpus_spec(cfg: ExperimentConfig) -> dict:
@@ -464,11 +464,18 @@ def run_eval(cfg: ExperimentConfig, backbone: "Artifact | Path | None" = None, f
 
         def on_sample(row, question, answer) -> None:
             if logged[0] < cfg.eval.log_audio:
-                from .audio import TOKENIZER_SR, VOCODER_SR
+                from .audio import TOKENIZER_SR, VOCODER_SR, save_wav
 
+                # to TensorBoard, and into the artifact for the notebook's audio players
+                samples = work / "samples"
+                samples.mkdir(exist_ok=True)
                 writer.add_audio(f"question/{row['id']}", question[None], sample_rate=TOKENIZER_SR)
+                save_wav(samples / f"{row['id']}_question.wav", question, TOKENIZER_SR)
                 if len(answer):
                     writer.add_audio(f"answer/{row['id']}", answer.clamp(-1, 1)[None], sample_rate=VOCODER_SR)
+                    save_wav(samples / f"{row['id']}_answer.wav", answer.clamp(-1, 1), VOCODER_SR)
+                (samples / f"{row['id']}.json").write_text(json.dumps(
+                    {k: row[k] for k in ("query_text", "generated_text", "transcript") if k in row}) + "\n")
                 writer.add_text(f"answer/{row['id']}", f"Q: {row['query_text']}  \nA (text): "
                                 f"{row['generated_text']}  \nA (heard): {row['transcript']}")
                 logged[0] += 1

@@ -11,11 +11,8 @@ from aqaa.pipeline import STAGES
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipe")
-    args = ["pipeline", "-e", "tiny", f"paths.checkpoints={root / 'ck'}", f"paths.runs={root / 'runs'}", "--quiet"]
-    assert main(args) == 0
-    return root, args
+def tiny_run(tiny_pipeline):
+    return tiny_pipeline
 
 
 def _artifacts(root: Path) -> set[str]:
