@@ -87,6 +87,8 @@ def main(argv=None) -> int:
 
     systems = {"ground truth": [], "vocoder": [], "Griffin-Lim (true mel)": []}
     if voc.has_generator:
+        # which wave stage is better behind the flow: the trained generator or Griffin-Lim
+        systems["vocoder, Griffin-Lim wave"] = []
         systems["generator (true mel)"] = []
     cost = {k: [0.0, 0.0] for k in systems}
     voc.decode(clips[0].ling, clips[0].sem, steps=2)  # warm-up (allocator, thread pool)
@@ -102,6 +104,11 @@ def main(argv=None) -> int:
         cost["Griffin-Lim (true mel)"][0] += wall
         cost["Griffin-Lim (true mel)"][1] += cpu
         if voc.has_generator:
+            wav, wall, cpu = _timed(lambda: voc.decode(c.ling, c.sem, steps=args.steps, guidance=args.guidance,
+                                                       wave="griffinlim"))
+            systems["vocoder, Griffin-Lim wave"].append(wav)
+            cost["vocoder, Griffin-Lim wave"][0] += wall
+            cost["vocoder, Griffin-Lim wave"][1] += cpu
             wav, wall, cpu = _timed(lambda: voc.mel_to_wave(c.mel, wave="istft"))
             systems["generator (true mel)"].append(wav)
             cost["generator (true mel)"][0] += wall
@@ -116,7 +123,7 @@ def main(argv=None) -> int:
     if args.out:
         out = Path(args.out)
         for name, wavs in systems.items():
-            tag = name.split(" ")[0].lower().replace("-", "")
+            tag = "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_")
             for w, c in zip(wavs, clips):
                 save_wav(out / tag / f"{c.id}.wav", w, sr)
         print(f"wavs written under {out}/")

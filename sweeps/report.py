@@ -70,9 +70,10 @@ def summary(study: Study, df):
 def _fmt(mean, sd=None) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
-    s = f"{mean:.3g}" if abs(mean) >= 10 else f"{mean:.2f}"
+    digits = 0 if abs(mean) >= 100 else 1 if abs(mean) >= 10 else 2  # perplexities run to thousands
+    s = f"{mean:.{digits}f}"
     if sd is not None and isinstance(sd, float) and not math.isnan(sd):
-        s += f" ± {sd:.2f}" if abs(sd) < 10 else f" ± {sd:.3g}"
+        s += f" ± {sd:.{digits}f}"
     return s
 
 
@@ -206,8 +207,8 @@ def write_report(s: optuna.Study, study: Study, out_dir: Path) -> tuple[str, lis
             plots.append(plot_pareto(s, study, out_dir / f"{study.name}_pareto.png"))
             lines += ["", f"Pareto front ({' vs '.join(study.objectives)}): trials "
                       + ", ".join(str(n) for n in pareto_rows(s))]
-    if plots:
-        lines += ["", "plots: " + ", ".join(str(p) for p in plots)]
+    if plots:  # relative links: report.md sits beside its plots
+        lines += ["", *(f"![{p.stem}]({p.name})" for p in plots)]
     text = "\n".join(lines) + "\n"
     tmp = out_dir / ".report.md.tmp"
     tmp.write_text(text)
