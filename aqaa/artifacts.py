@@ -25,6 +25,7 @@ from .config import config_hash, to_yaml
 
 MARKER = "artifact.json"
 PARTIAL = ".partial"
+LOCKS = ".locks"
 LATEST = "latest.json"
 
 # Build locks this process holds: lock file -> descriptor. flock is per open file, so a
@@ -78,7 +79,9 @@ class ArtifactStore:
         return art
 
     def _lock_path(self, art: Artifact) -> str:
-        return str(self.root / PARTIAL / f"{art.name}.lock")
+        # Never deleted: removing a lock file another process waits on would let a third
+        # process lock a new file of the same name while the waiter locks the old one.
+        return str(self.root / LOCKS / f"{art.name}.lock")
 
     def _lock(self, art: Artifact) -> None:
         path = self._lock_path(art)

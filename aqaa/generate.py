@@ -119,7 +119,7 @@ class LayoutGrammar:
         return [AUDIO_END, TEXT] if self.splice == "marker_removal" else [AUDIO_END]
 
     def _interleaved(self, s: GState) -> list[int]:
-        m, n, G = self.m, self.n, self.G
+        m, n = self.m, self.n
         a0 = self.pat[0]
         if s.phase == "start":
             return [AUDIO_START]

@@ -12,27 +12,24 @@ responses per id class (text, audio, linguistic, semantic), as the backbone stag
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Sequence
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
-from aqaa.distributed import (apply_fsdp2, consolidate_checkpoint, load_full_state_dict, make_strategy,
+from aqaa.distributed import (apply_fsdp2, load_full_state_dict, make_strategy,
                               resolve_accelerator, resolve_precision)
 from aqaa.lm_data import class_sums, id_class_table, perplexities, token_ce
 from aqaa.losses import dpo_loss, sequence_logps
-from aqaa.model import LM, ModelConfig, save_model
+from aqaa.model import LM, ModelConfig
 from aqaa.preference import PreferenceExample, collate_pairs
 from aqaa.tokens import Vocab
-from lightning_modules.lm import CKPT_DIR, StopOnNonFiniteLoss, _plain_state_dict, _Shell
+from lightning_modules.lm import fit_with_validation, save_stage, stage_trainer
 
 
 class DPOModule(L.LightningModule):
@@ -216,69 +213,22 @@ def train_dpo(cfg, model_cfg: ModelConfig, vocab: Vocab, train: Sequence[Prefere
                        min_lr_ratio=dc.min_lr_ratio, weight_decay=dc.weight_decay, fsdp_param_dtype=fsdp_dtype,
                        activation_checkpointing=tc.activation_checkpointing)
     dm = _Pairs(train, val, vocab, dc.batch_pairs, dc.seed)
-    work = Path(work)
-    ckpt_dir = work / CKPT_DIR
-    last = ckpt_dir / "last.ckpt"
-    resume = last if last.exists() else None
-    if resume:
-        log(f"dpo: resuming from {last}")
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=tc.devices, num_nodes=tc.num_nodes, strategy=strategy, precision=precision,
-        max_steps=dc.max_steps, max_epochs=-1,
-        logger=TensorBoardLogger(cfg.paths.runs, name="dpo", version=version, default_hp_metric=False),
-        callbacks=[
-            ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", save_last=True, save_top_k=0,
-                            every_n_train_steps=tc.ckpt_every, auto_insert_metric_name=False),
-            LearningRateMonitor(logging_interval="step"),
-            StopOnNonFiniteLoss("dpo", ckpt_dir),
-            *callbacks,
-        ],
-        val_check_interval=min(dc.val_every, dc.max_steps) if val else None,
-        check_val_every_n_epoch=None, limit_val_batches=1.0 if val else 0, num_sanity_val_steps=0,
-        gradient_clip_val=tc.grad_clip or None, log_every_n_steps=min(10, dc.max_steps),
-        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(work),
-    )
-    before_file = work / "val_before.json"
-    before = json.loads(before_file.read_text()) if before_file.exists() else None
-    if before is None and val:
-        trainer.validate(module, datamodule=dm, verbose=False)
-        before = module.val_history.pop() if module.val_history else None
-        if trainer.is_global_zero:
-            before_file.write_text(json.dumps(before) + "\n")
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    if trainer.global_step < dc.max_steps:
-        raise RuntimeError(f"dpo: training stopped at step {trainer.global_step} of {dc.max_steps} "
-                           f"({trainer.state.status}); rerun the same command to resume from {last}")
-    wall = time.perf_counter() - t0
-    if val and (not module.val_history or module.val_history[-1]["step"] != trainer.global_step):
-        trainer.validate(module, datamodule=dm, verbose=False)
-    after = module.val_history[-1] if val else None
-    final = ckpt_dir / "final.ckpt"
-    trainer.save_checkpoint(final)
-    metrics = None
-    if trainer.is_global_zero:
-        sd = _plain_state_dict(consolidate_checkpoint(final), model_cfg)
-        with torch.device("meta"):
-            LM(model_cfg).load_state_dict(sd, strict=True, assign=True)
-        layout = {"layout": cfg.layout.layout, "ratio": list(cfg.layout.ratio), "splice": cfg.layout.splice}
-        save_model(_Shell(model_cfg), work, state_dict=sd,
-                   extra={"stage": "dpo", "vocab": vocab_hp, "streams": cfg.tokenizer.streams, "layout": layout})
-        metrics = {
+    trainer = stage_trainer(cfg, "dpo", dc.max_steps, dc.val_every, bool(val), work, version, accelerator,
+                            precision, strategy, callbacks, progress, log)
+    before, after, wall = fit_with_validation(trainer, module, dm, work, "dpo", dc.max_steps, bool(val))
+
+    def metrics_of(sd: dict) -> dict:
+        hist = module.loss_history
+        return {
             "stage": "dpo", "steps": trainer.global_step, "beta": dc.beta, "masked": dc.masked,
             "precision": precision, "strategy": tc.strategy, "world_size": trainer.world_size,
             "train_seconds": round(module.train_time, 1), "fit_wall_seconds": round(wall, 1),
-            "train_loss_final": round(sum(module.loss_history[-10:]) / max(len(module.loss_history[-10:]), 1), 4),
+            "train_loss_final": round(sum(hist[-10:]) / max(len(hist[-10:]), 1), 4),
             "val_before": before, "val": after, "val_history": module.val_history,
-            "train_loss_history": module.loss_history, **(extra_metrics or {}),
+            "train_loss_history": hist, **(extra_metrics or {}),
         }
-        (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        if trainer.logger is not None and after:
-            trainer.logger.log_hyperparams(
-                {"stage": "dpo", "beta": dc.beta, "masked": dc.masked, "lr": dc.lr, "max_steps": dc.max_steps},
-                metrics={f"hp/val_{k}": v for k, v in after.items() if k != "step" and not math.isnan(v)})
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        if commit is not None:
-            commit(metrics)
-    trainer.strategy.barrier()
-    return metrics
+
+    layout = {"layout": cfg.layout.layout, "ratio": list(cfg.layout.ratio), "splice": cfg.layout.splice}
+    extra = {"stage": "dpo", "vocab": vocab_hp, "streams": cfg.tokenizer.streams, "layout": layout}
+    hparams = {"stage": "dpo", "beta": dc.beta, "masked": dc.masked, "lr": dc.lr, "max_steps": dc.max_steps}
+    return save_stage(trainer, model_cfg, work, extra, metrics_of, hparams, after, commit)

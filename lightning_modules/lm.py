@@ -242,73 +242,14 @@ def train_lm(
     world = tc.devices * tc.num_nodes
     padding = dm.train_sampler(world, 0).padding_fraction()
 
-    work = Path(work)
-    ckpt_dir = work / CKPT_DIR
-    last = ckpt_dir / "last.ckpt"
-    resume = last if last.exists() else None
-    if resume:
-        log(f"{stage}: resuming from {last}")
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=tc.devices,
-        num_nodes=tc.num_nodes,
-        strategy=strategy,
-        precision=precision,
-        max_steps=stage_cfg.max_steps,
-        max_epochs=-1,
-        logger=TensorBoardLogger(cfg.paths.runs, name=stage, version=version, default_hp_metric=False),
-        callbacks=[
-            # last.ckpt only (save_top_k=0): all a resume needs, written once per ckpt_every steps.
-            ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", save_last=True, save_top_k=0,
-                            every_n_train_steps=tc.ckpt_every, auto_insert_metric_name=False),
-            LearningRateMonitor(logging_interval="step"),
-            StopOnNonFiniteLoss(stage, ckpt_dir),
-            *callbacks,
-        ],
-        val_check_interval=min(stage_cfg.val_every, stage_cfg.max_steps) if val else None,
-        check_val_every_n_epoch=None,
-        limit_val_batches=1.0 if val else 0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=tc.grad_clip or None,
-        log_every_n_steps=min(10, stage_cfg.max_steps),
-        use_distributed_sampler=False,  # LMDataModule's sampler splits global batches over ranks
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        default_root_dir=str(work),
-    )
-    # Validation before training: the baseline the stage is judged against.
-    before_file = work / "val_before.json"
-    before = json.loads(before_file.read_text()) if before_file.exists() else None
-    if before is None and val:
-        trainer.validate(module, datamodule=dm, verbose=False)
-        before = module.val_history.pop() if module.val_history else None
-        if trainer.is_global_zero:
-            before_file.write_text(json.dumps(before) + "\n")
-    t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    if trainer.global_step < stage_cfg.max_steps:
-        raise RuntimeError(f"{stage}: training stopped at step {trainer.global_step} of {stage_cfg.max_steps} "
-                           f"({trainer.state.status}); rerun the same command to resume from {last}")
-    wall = time.perf_counter() - t0
-    if val and (not module.val_history or module.val_history[-1]["step"] != trainer.global_step):
-        trainer.validate(module, datamodule=dm, verbose=False)
-    after = module.val_history[-1] if val else None
+    trainer = stage_trainer(cfg, stage, stage_cfg.max_steps, stage_cfg.val_every, bool(val), work, version,
+                            accelerator, precision, strategy, callbacks, progress, log,
+                            use_distributed_sampler=False)  # LMDataModule's sampler splits global batches over ranks
+    before, after, wall = fit_with_validation(trainer, module, dm, work, stage, stage_cfg.max_steps, bool(val))
 
-    final = ckpt_dir / "final.ckpt"
-    trainer.save_checkpoint(final)  # collective: every rank writes its shard
-    metrics = None
-    if trainer.is_global_zero:
-        sd = _plain_state_dict(consolidate_checkpoint(final), model_cfg)
-        with torch.device("meta"):  # the plain model must take it, strictly (checked without copying)
-            LM(model_cfg).load_state_dict(sd, strict=True, assign=True)
-        # What a consumer (chat, eval, merge) needs to decode: the vocabulary, the audio
-        # stream and, after SFT, the response layout the model was trained on.
-        extra = {"stage": stage, "vocab": hp["vocab"], "streams": cfg.tokenizer.streams}
-        if stage != "pretrain":
-            extra["layout"] = {"layout": cfg.layout.layout, "ratio": list(cfg.layout.ratio), "splice": cfg.layout.splice}
-        save_model(_Shell(model_cfg), work, state_dict=sd, extra=extra)
+    def metrics_of(sd: dict) -> dict:
         hist = module.loss_history
-        metrics = {
+        return {
             "stage": stage,
             "steps": trainer.global_step,
             "params": sum(v.numel() for k, v in sd.items() if not (model_cfg.tie_embeddings and k == "lm_head.weight")),
@@ -327,13 +268,94 @@ def train_lm(
             "train_loss_history": hist,
             **(extra_metrics or {}),
         }
-        (work / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    # What a consumer (chat, eval, merge) needs to decode: the vocabulary, the audio stream
+    # and, after SFT, the response layout the model was trained on.
+    extra = {"stage": stage, "vocab": hp["vocab"], "streams": cfg.tokenizer.streams}
+    if stage != "pretrain":
+        extra["layout"] = {"layout": cfg.layout.layout, "ratio": list(cfg.layout.ratio), "splice": cfg.layout.splice}
+    hparams = {"stage": stage, "lr": stage_cfg.lr, "max_steps": stage_cfg.max_steps,
+               "batch_tokens": stage_cfg.batch_tokens, "precision": precision}
+    return save_stage(trainer, model_cfg, work, extra, metrics_of, hparams, after, commit)
+
+
+# ----- shared by every backbone stage (pretrain, sft1, sft2 here; dpo in dpo.py) -------------
+def stage_trainer(cfg: ExperimentConfig, name: str, max_steps: int, val_every: int, has_val: bool, work: Path,
+                  version: str, accelerator: str, precision: str, strategy, callbacks: Sequence[Callback],
+                  progress: bool, log=print, **trainer_kw) -> L.Trainer:
+    """The Trainer of a backbone stage: step-based, validation every ``val_every`` steps, a
+    resumable ``last.ckpt`` every ``train.ckpt_every`` steps, a stop on a non-finite loss."""
+    tc = cfg.train
+    ckpt_dir = Path(work) / CKPT_DIR
+    if (ckpt_dir / "last.ckpt").exists():
+        log(f"{name}: resuming from {ckpt_dir / 'last.ckpt'}")
+    return L.Trainer(
+        accelerator=accelerator, devices=tc.devices, num_nodes=tc.num_nodes, strategy=strategy, precision=precision,
+        max_steps=max_steps, max_epochs=-1,
+        logger=TensorBoardLogger(cfg.paths.runs, name=name, version=version, default_hp_metric=False),
+        callbacks=[
+            # last.ckpt only (save_top_k=0): all a resume needs, written once per ckpt_every steps.
+            ModelCheckpoint(dirpath=ckpt_dir, filename="step{step}", save_last=True, save_top_k=0,
+                            every_n_train_steps=tc.ckpt_every, auto_insert_metric_name=False),
+            LearningRateMonitor(logging_interval="step"),
+            StopOnNonFiniteLoss(name, ckpt_dir),
+            *callbacks,
+        ],
+        val_check_interval=min(val_every, max_steps) if has_val else None,
+        check_val_every_n_epoch=None, limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,
+        gradient_clip_val=tc.grad_clip or None, log_every_n_steps=min(10, max_steps),
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(work), **trainer_kw,
+    )
+
+
+def fit_with_validation(trainer: L.Trainer, module: L.LightningModule, dm: L.LightningDataModule, work: Path,
+                        name: str, max_steps: int, has_val: bool) -> tuple[dict | None, dict | None, float]:
+    """Validate before training (the baseline the stage is judged against; kept across
+    resumes), fit (from ``last.ckpt`` if an earlier run was interrupted), validate at the
+    last step. Returns (validation before, validation after, fit wall seconds)."""
+    before_file = Path(work) / "val_before.json"
+    before = json.loads(before_file.read_text()) if before_file.exists() else None
+    if before is None and has_val:
+        trainer.validate(module, datamodule=dm, verbose=False)
+        before = module.val_history.pop() if module.val_history else None
+        if trainer.is_global_zero:
+            before_file.write_text(json.dumps(before) + "\n")
+    last = Path(work) / CKPT_DIR / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=last if last.exists() else None)
+    if trainer.global_step < max_steps:
+        raise RuntimeError(f"{name}: training stopped at step {trainer.global_step} of {max_steps} "
+                           f"({trainer.state.status}); rerun the same command to resume from {last}")
+    wall = time.perf_counter() - t0
+    if has_val and (not module.val_history or module.val_history[-1]["step"] != trainer.global_step):
+        trainer.validate(module, datamodule=dm, verbose=False)
+    return before, (module.val_history[-1] if has_val else None), wall
+
+
+def save_stage(trainer: L.Trainer, model_cfg: ModelConfig, work: Path, extra: dict, metrics_of, hparams: dict,
+               after: dict | None, commit=None) -> dict | None:
+    """Consolidate the final (possibly sharded) checkpoint into a plain ``model.pt`` that the
+    plain model loads strictly, write ``metrics.json`` (``metrics_of(state_dict)``) and the
+    hparams against the final validation, drop the Lightning checkpoints (only a resume
+    needs them) and ``commit(metrics)``; all on rank 0, before the final barrier, so no rank
+    moves on (e.g. to the next stage, which reads this model.pt) before the artifact is in place.
+    Returns the metrics on rank 0, None elsewhere."""
+    ckpt_dir = Path(work) / CKPT_DIR
+    final = ckpt_dir / "final.ckpt"
+    trainer.save_checkpoint(final)  # collective: every rank writes its shard
+    metrics = None
+    if trainer.is_global_zero:
+        sd = _plain_state_dict(consolidate_checkpoint(final), model_cfg)
+        with torch.device("meta"):  # the plain model must take it, strictly (checked without copying)
+            LM(model_cfg).load_state_dict(sd, strict=True, assign=True)
+        save_model(_Shell(model_cfg), work, state_dict=sd, extra=extra)
+        metrics = metrics_of(sd)
+        (Path(work) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if trainer.logger is not None and after:
             trainer.logger.log_hyperparams(
-                {"stage": stage, "lr": stage_cfg.lr, "max_steps": stage_cfg.max_steps,
-                 "batch_tokens": stage_cfg.batch_tokens, "params": metrics["params"], "precision": precision},
+                {**hparams, **({"params": metrics["params"]} if "params" in metrics else {})},
                 metrics={f"hp/val_{k}": v for k, v in after.items() if k != "step" and not math.isnan(v)})
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # only needed to resume; the artifact holds model.pt
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
         if commit is not None:
             commit(metrics)
     trainer.strategy.barrier()

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from aqaa.artifacts import ArtifactStore
 from aqaa.cli import main
 from aqaa.config import ConfigError, load_config
-from aqaa.stages import run_tokenize, run_tokenizer
+from aqaa.stages import run_tokenizer
 from aqaa.tokenizer import AudioTokenizer, audio_ids, load_tokens
 from aqaa.tokenizer.text import cer, greedy_decode, normalize_text
 from aqaa.tokens import Vocab

@@ -234,7 +234,7 @@ def format_counts(stats: dict) -> str:
         lines.append(f"| {c} | " + " | ".join(str(stats["counts"][s].get(c, 0)) for s in SPLITS) + " |")
     lines.append("| **total** | " + " | ".join(str(sum(stats["counts"][s].values())) for s in SPLITS) + " |")
     if stats.get("pairs"):
-        lines.append(f"\npreference pairs: " + ", ".join(f"{s} {n}" for s, n in stats["pairs"].items()))
+        lines.append("\npreference pairs: " + ", ".join(f"{s} {n}" for s, n in stats["pairs"].items()))
     return "\n".join(lines)
 
 
