@@ -98,7 +98,10 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed worker nobody has reaped yet is a zombie: dead, though its pid answers
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def recover_killed_trials(s: optuna.Study, log=print) -> int:
