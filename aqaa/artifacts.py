@@ -96,8 +96,7 @@ class ArtifactStore:
         """Give back the build lock on ``art`` (done by ``commit``; call it after a failed build)."""
         fd = _HELD.pop(self._lock_path(art), None)
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            _unlock(fd)
 
     def partial_dir(self, art: Artifact) -> Path:
         return self.root / PARTIAL / art.name
@@ -159,9 +158,13 @@ class ArtifactStore:
 def release_all() -> None:
     """Give back every build lock this process holds (after a failed sweep trial)."""
     for fd in _HELD.values():
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        _unlock(fd)
     _HELD.clear()
+
+
+def _unlock(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
 
 
 def _is_rank_zero() -> bool:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -73,8 +74,8 @@ def make_pruner(study: Study, kind: str) -> optuna.pruners.BasePruner:
     raise ConfigError(f"unknown pruner '{kind}'; allowed: median, hyperband, none")
 
 
-def load_or_create(study: Study, cfg: ExperimentConfig, storage, name: str, experiment: str,
-                   overrides: list[str], seeds: int, pruner: str) -> optuna.Study:
+def load_or_create(study: Study, storage, name: str, experiment: str, overrides: list[str], seeds: int,
+                   pruner: str) -> optuna.Study:
     s = optuna.create_study(study_name=name, storage=storage, directions=list(study.directions),
                             sampler=make_sampler(study, seeds), pruner=make_pruner(study, pruner),
                             load_if_exists=True)
@@ -82,8 +83,6 @@ def load_or_create(study: Study, cfg: ExperimentConfig, storage, name: str, expe
              "objectives": list(study.objectives)}
     known = s.user_attrs.get("setup")
     if known is None:
-        for k, v in setup.items():
-            s.set_user_attr(k, v)
         s.set_user_attr("setup", setup)
     elif known != setup:
         raise ConfigError(f"study '{name}' in this storage was started with {json.dumps(known)}; this run asks for "
@@ -134,12 +133,11 @@ def _write_hparams(runs: Path, params: dict, metrics: dict) -> None:
 
 
 def trial_config(study: Study, trial: optuna.Trial, experiment: str, overrides: list[str], name: str,
-                 seeds: int) -> tuple[ExperimentConfig, list[str]]:
+                 seeds: int, runs_root: Path) -> tuple[ExperimentConfig, list[str]]:
     trial_overrides = study.overrides(trial)
     if seeds > 1:
         trial_overrides += seed_overrides(trial.suggest_categorical("seed", list(range(seeds))))
-    base = load_config(experiment, overrides)
-    runs = Path(base.paths.runs) / name / f"trial_{trial.number}"
+    runs = runs_root / name / f"trial_{trial.number}"
     latest = Path("sweeps") / name / f"trial_{trial.number}.json"
     all_overrides = [*overrides, *trial_overrides, f"paths.runs={runs}", f"paths.latest={latest}"]
     return load_config(experiment, all_overrides), trial_overrides
@@ -152,9 +150,11 @@ def make_objective(study: Study, experiment: str, overrides: list[str], name: st
 
     from .pruning import PRUNED_STAGES, StagePruning, stage_offsets
 
+    runs_root = Path(load_config(experiment, overrides).paths.runs)
+
     def objective(trial: optuna.Trial):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        cfg, trial_overrides = trial_config(study, trial, experiment, overrides, name, seeds)
+        cfg, trial_overrides = trial_config(study, trial, experiment, overrides, name, seeds, runs_root)
         trial.set_user_attr("overrides", trial_overrides)
         if cfg.train.devices != 1:
             raise ConfigError("sweep trials run in one process: set train.devices=1 (run multi-device trials "
@@ -206,11 +206,8 @@ def run_sweep(study_name: str, experiment: str = "quickstart", overrides: list[s
     name = name or study.name
     where = storage or default_storage(cfg)
     if trials is None:
-        n_grid = 1
-        for v in grid_space(study, seeds).values():
-            n_grid *= len(v)
-        trials = n_grid if study.grid else 8
-    s = load_or_create(study, cfg, open_storage(where), name, experiment, overrides, seeds, pruner)
+        trials = math.prod(len(v) for v in grid_space(study, seeds).values()) if study.grid else 8
+    s = load_or_create(study, open_storage(where), name, experiment, overrides, seeds, pruner)
     if not worker:
         recover_killed_trials(s, log=log)
         if remaining_trials(s, trials) and study.shared_until:

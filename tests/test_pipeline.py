@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from aqaa.cli import main
+from aqaa.metrics import chat_proxy
 from aqaa.pipeline import STAGES
 
 
@@ -29,6 +30,13 @@ def test_latest_names_every_stage(tiny_run):
     assert {"chat_proxy", "factuality", "relevance", "text_audio_wer", "dnsmos_ovrl"} <= set(m["overall"])
     assert set(m["per_category"]) and {"ppl_text", "ppl_audio", "ppl_linguistic", "ppl_semantic"} <= set(m["ppl"])
     assert 1.0 <= m["overall"]["chat_proxy"] <= 5.0
+    # each answer's chat_proxy is the documented formula of its own components, and the
+    # overall one their mean
+    for r in m["rows"]:
+        assert r["chat_proxy"] == pytest.approx(chat_proxy(r["factuality"], r["relevance"], r["text_audio_wer"],
+                                                           r["dnsmos_ovrl"], r["control_accuracy"]), nan_ok=True)
+    scores = [r["chat_proxy"] for r in m["rows"] if r["chat_proxy"] == r["chat_proxy"]]
+    assert m["overall"]["chat_proxy"] == pytest.approx(sum(scores) / len(scores))
     assert list((root / "runs").rglob("events.out.tfevents.*"))
 
 
