@@ -99,7 +99,10 @@ class Assistant:
         self.text_tokenizer = ByteTokenizer()
 
     @classmethod
-    def load(cls, backbone_dir: str | Path, checkpoints_root: str | Path | None = None) -> "Assistant":
+    def load(cls, backbone_dir: str | Path, checkpoints_root: str | Path | None = None,
+             vocoder_dir: str | Path | None = None) -> "Assistant":
+        """The backbone with its tokenizer and a vocoder trained on that tokenizer's codes
+        (``vocoder_dir``, else ``find_vocoder`` under ``checkpoints_root``)."""
         from .model import load_model
         from .tokenizer import AudioTokenizer
         from .vocoder import Vocoder
@@ -111,7 +114,7 @@ class Assistant:
         cfg = OmegaConf.load(d / "config.yaml")
         tok_dir = find_upstream(d, "tokenizer")
         root = Path(checkpoints_root) if checkpoints_root else d.parent
-        voc_dir = find_vocoder(tok_dir, root)
+        voc_dir = Path(vocoder_dir) if vocoder_dir else find_vocoder(tok_dir, root)
         tokenizer = AudioTokenizer.load(tok_dir)
         mc = json.loads((d / "model_config.json").read_text())
         vocab = Vocab(**mc["vocab"]) if "vocab" in mc else Vocab(cfg.text.size, cfg.audio_tokens.n_linguistic,

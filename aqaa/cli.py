@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, to_yaml
+from .config import ConfigError, decode_guidance, load_config, to_yaml
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -236,7 +236,8 @@ def cmd_chat(args) -> int:
     wav, sr = load_wav(args.input)
     ec = cfg.eval
     res = assistant.answer(wav, sr, max_new_tokens=ec.max_new_tokens, temperature=ec.temperature, top_p=ec.top_p,
-                           seed=ec.seed, steps=ec.vocoder_steps)
+                           seed=ec.seed, steps=ec.vocoder_steps,
+                           guidance=decode_guidance(cfg))
     save_wav(args.output, res.audio, res.sample_rate)
     if args.json:
         print(json.dumps({**res.to_json(), "output": str(args.output), "checkpoint": str(ckpt)}))

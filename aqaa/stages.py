@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from .artifacts import Artifact, ArtifactStore
-from .config import ExperimentConfig, to_dict
+from .config import ExperimentConfig, decode_guidance, to_dict
 
 # Bump when a stage's code changes what it writes, so old artifacts are not reused.
 CORPUS_VERSION = 2
@@ -424,7 +424,20 @@ def run_merge(cfg: ExperimentConfig, artifacts: "list[Artifact | Path] | None" =
     return art
 
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: the key holds the vocoder guidance used
+
+
+def _eval_vocoder(cfg: ExperimentConfig, store, tokenizer_dir: Path, corpus_dir: Path) -> Path:
+    """The vocoder this config trains, if it is built; else the newest one trained on the
+    backbone's tokenizer. Not latest.json first: another experiment's vocoder there would
+    silently change what this eval measures (and its key)."""
+    from .chat import find_vocoder
+
+    art = store.resolve("vocoder", vocoder_spec(cfg), upstream={"corpus": corpus_dir, "tokenizer": tokenizer_dir})
+    if art.complete:
+        return art.path
+    store.release(art)  # resolve locked it for building; the eval does not build vocoders
+    return find_vocoder(tokenizer_dir, Path(cfg.paths.checkpoints))
 
 
 def run_eval(cfg: ExperimentConfig, backbone: "Artifact | Path | None" = None, force: bool = False,
@@ -432,26 +445,24 @@ def run_eval(cfg: ExperimentConfig, backbone: "Artifact | Path | None" = None, f
     """Evaluate a backbone artifact (default: this config's merge) on ``eval.split``:
     metrics.json, and TensorBoard scalars, hparams and question/answer audio."""
     from .chat import Assistant, find_upstream
-    from .config import to_dict as _to_dict
 
     if backbone is None:
         backbone = run_merge(cfg, progress=progress, log=log)
     bdir = _dir(backbone)
-    assistant = Assistant.load(bdir, checkpoints_root=Path(cfg.paths.checkpoints))
     tokens_dir = find_upstream(bdir, "tokens")
     corpus_dir = find_upstream(tokens_dir, "corpus")
-    ec = _to_dict(cfg.eval)
+    ec = to_dict(cfg.eval)
     ec.pop("log_audio")
+    ec["vocoder_guidance"] = guidance = decode_guidance(cfg)
     spec = {"version": EVAL_VERSION, **ec}
-    from .chat import find_vocoder
-
-    voc = find_vocoder(find_upstream(bdir, "tokenizer"), Path(cfg.paths.checkpoints))
-    upstream = {"backbone": bdir, "vocoder": voc, "tokens": tokens_dir}
     store = store_for(cfg)
+    voc = _eval_vocoder(cfg, store, find_upstream(bdir, "tokenizer"), corpus_dir)
+    upstream = {"backbone": bdir, "vocoder": voc, "tokens": tokens_dir}
     art = store.resolve("eval", spec, upstream=upstream)
     if art.complete and not force:
         log(f"eval: reusing {art.path}")
     else:
+        assistant = Assistant.load(bdir, checkpoints_root=Path(cfg.paths.checkpoints), vocoder_dir=voc)
         from torch.utils.tensorboard import SummaryWriter
 
         from .judges import AsrJudge, DnsMos
@@ -481,7 +492,8 @@ def run_eval(cfg: ExperimentConfig, backbone: "Artifact | Path | None" = None, f
                 logged[0] += 1
 
         gen = dict(max_new_tokens=cfg.eval.max_new_tokens, temperature=cfg.eval.temperature,
-                   top_p=cfg.eval.top_p, seed=cfg.eval.seed, steps=cfg.eval.vocoder_steps)
+                   top_p=cfg.eval.top_p, seed=cfg.eval.seed, steps=cfg.eval.vocoder_steps,
+                   guidance=guidance)
         answer = assistant.answer
         assistant.answer = lambda wav, sr: answer(wav, sr, **gen)  # the eval's generation settings
         from .evaluate import evaluate

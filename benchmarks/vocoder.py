@@ -10,6 +10,7 @@ the answer text.
     python benchmarks/vocoder.py -e quickstart                 # the vocoder of latest.json
     python benchmarks/vocoder.py --vocoder checkpoints/vocoder-XXXX --out /tmp/voc-wavs
     python benchmarks/vocoder.py -e quickstart --no-judges     # RTF and mel L1 only
+    python benchmarks/vocoder.py --guidance-grid 0,0.3,0.7      # + the vocoder at each CFG strength
 
 RTF is wall time / audio time on this machine, as it is loaded right now (the load
 average is printed); "cpu RTF" is process CPU time / audio time, which does not depend
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many clips (0 = all)")
     ap.add_argument("--steps", type=int, default=None, help="Euler steps (default: the artifact's, 10)")
     ap.add_argument("--guidance", type=float, default=None, help="CFG strength (default: the artifact's)")
+    ap.add_argument("--guidance-grid", help="comma-separated CFG strengths: one extra vocoder row each")
     ap.add_argument("--no-judges", action="store_true", help="skip Whisper and DNSMOS")
     ap.add_argument("--out", help="write the wavs here, for listening")
     ap.add_argument("--json", help="write the figures here as JSON")
@@ -90,6 +92,9 @@ def main(argv=None) -> int:
         # which wave stage is better behind the flow: the trained generator or Griffin-Lim
         systems["vocoder, Griffin-Lim wave"] = []
         systems["generator (true mel)"] = []
+    grid = [float(g) for g in args.guidance_grid.split(",")] if args.guidance_grid else []
+    for g in grid:
+        systems[f"vocoder, guidance {g:g}"] = []
     cost = {k: [0.0, 0.0] for k in systems}
     voc.decode(clips[0].ling, clips[0].sem, steps=2)  # warm-up (allocator, thread pool)
     for c in clips:
@@ -97,6 +102,7 @@ def main(argv=None) -> int:
         systems["ground truth"].append(torch.nn.functional.pad(c.wav, (0, max(0, n - len(c.wav))))[:n])
         wav, wall, cpu = _timed(lambda: voc.decode(c.ling, c.sem, steps=args.steps, guidance=args.guidance))
         systems["vocoder"].append(wav)
+        main_stats = dict(voc.last_stats)  # the default decode's settings, for the summary line
         cost["vocoder"][0] += wall
         cost["vocoder"][1] += cpu
         wav, wall, cpu = _timed(lambda: gl(c.mel, length=n).clamp(-1, 1))
@@ -113,6 +119,12 @@ def main(argv=None) -> int:
             systems["generator (true mel)"].append(wav)
             cost["generator (true mel)"][0] += wall
             cost["generator (true mel)"][1] += cpu
+        for g in grid:
+            name = f"vocoder, guidance {g:g}"
+            wav, wall, cpu = _timed(lambda: voc.decode(c.ling, c.sem, steps=args.steps, guidance=g))
+            systems[name].append(wav)
+            cost[name][0] += wall
+            cost[name][1] += cpu
 
     rows = {}
     for name, wavs in systems.items():
@@ -144,8 +156,8 @@ def main(argv=None) -> int:
                               list(zip(clips, hyps))[:3]]
             print(f"  judged {name} in {time.perf_counter() - t0:.0f} s")
 
-    print(f"\nsteps {voc.last_stats.get('steps')}, guidance {voc.last_stats.get('guidance')}, "
-          f"{voc.last_stats.get('nfe')} network evaluations per clip\n")
+    print(f"\nvocoder row: steps {main_stats.get('steps')}, guidance {main_stats.get('guidance')}, "
+          f"{main_stats.get('nfe')} network evaluations per clip, wave {main_stats.get('wave')}\n")
     cols = [("rtf", "RTF"), ("cpu_rtf", "cpu RTF"), ("mel_l1", "mel L1"), ("wer", "WER"), ("p808_mos", "DNSMOS p808"),
             ("ovrl_mos", "ovrl"), ("sig_mos", "sig"), ("bak_mos", "bak")]
     cols = [(k, h) for k, h in cols if any(r.get(k) is not None for r in rows.values())]

@@ -105,7 +105,7 @@ class GeneratorModule(L.LightningModule):
 
 class FlowModule(L.LightningModule):
     def __init__(self, flow: dict, mel: dict, lr: float = 2e-3, warmup_steps: int = 50, max_steps: int = 1500,
-                 prior_weight: float = 1.0, steps: int = 10, guidance: float = 0.7, log_audio: int = 2):
+                 prior_weight: float = 1.0, steps: int = 10, guidance: float = 0.0, log_audio: int = 2):
         super().__init__()
         self.save_hyperparameters()
         self.mel_cfg = MelConfig(**mel)

@@ -26,6 +26,7 @@ def test_defaults_and_overrides():
         ("corpus.categories=[reasoning,poetry]", "corpus.categories", "unknown category 'poetry'"),
         ("corpus.per_category.test=0", "corpus.per_category.test", ">= 1"),
         ("text.size=300", "text.size", "exactly 256"),
+        ("eval.vocoder_guidance=-1", "eval.vocoder_guidance", ">= 0"),
         ("nonsense=1", "nonsense", "allowed here"),
     ],
 )

@@ -74,3 +74,30 @@ def test_chat_round_trip(tiny_run, capsys):
     # a missing input is a clear error, not a traceback
     assert main(["chat", "-e", "tiny", f"paths.checkpoints={root / 'ck'}", "--input", str(root / "nope.wav"),
                  "--output", str(out)]) == 2
+
+
+def test_eval_decodes_with_the_configs_vocoder_and_guidance(tiny_run, capsys):
+    """latest.json naming another vocoder (say another experiment's) must not change what an
+    eval measures; the guidance it decodes with is part of its key."""
+    import shutil
+
+    root, args = tiny_run
+    latest_path = root / "ck" / "latest.json"
+    saved = latest_path.read_text()
+    latest = json.loads(saved)
+    ours = Path(latest["vocoder"])
+    decoy = ours.with_name("vocoder-decoy0000000")
+    shutil.copytree(ours, decoy)
+    try:
+        latest_path.write_text(json.dumps({**latest, "vocoder": str(decoy)}))
+        before = _artifacts(root)
+        assert main(["eval", *args[1:], "eval.vocoder_guidance=0.5"]) == 0
+        new = _artifacts(root) - before
+        assert [n.split("-")[0] for n in new] == ["eval"]
+        info = json.loads((root / "ck" / new.pop() / "artifact.json").read_text())
+        assert Path(info["upstream"]["vocoder"]).name == ours.name
+        assert info["spec"]["vocoder_guidance"] == 0.5
+    finally:
+        latest_path.write_text(saved)
+        shutil.rmtree(decoy)
+    capsys.readouterr()

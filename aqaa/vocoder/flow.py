@@ -329,7 +329,7 @@ class TokenToMel(nn.Module):
 
     @torch.inference_mode()
     def sample(self, ling: torch.Tensor, sem: torch.Tensor, mask: torch.Tensor, steps: int = 10,
-               guidance: float = 0.7, temperature: float = 1.0, generator: torch.Generator | None = None,
+               guidance: float = 0.0, temperature: float = 1.0, generator: torch.Generator | None = None,
                return_mu: bool = False):
         """Euler integration from noise to a log-mel [B, n_mels, T].
 

@@ -52,7 +52,7 @@ def save_vocoder(out_dir: str | Path, flow: TokenToMel, mel_cfg: MelConfig, gene
         "mel": asdict(mel_cfg),
         "flow": asdict(flow.cfg),
         "generator": asdict(generator.cfg) if generator is not None else None,
-        "defaults": {"steps": 10, "guidance": 0.7, "seed": 0, "griffin_lim_iters": 32, **(defaults or {})},
+        "defaults": {"steps": 10, "guidance": 0.0, "seed": 0, "griffin_lim_iters": 32, **(defaults or {})},
         **(extra or {}),
     }
     (out_dir / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -84,7 +84,7 @@ class Vocoder:
         self.flow = flow.to(self.device).eval()
         self.generator = generator.to(self.device).eval() if generator is not None else None
         self.mel_cfg = mel_cfg
-        self.defaults = {"steps": 10, "guidance": 0.7, "seed": 0, "griffin_lim_iters": 32, **(defaults or {})}
+        self.defaults = {"steps": 10, "guidance": 0.0, "seed": 0, "griffin_lim_iters": 32, **(defaults or {})}
         self.meta = meta or {}
         self._griffin_lim: GriffinLimVocoder | None = None
         self.last_stats: dict = {}  # of the last decode: nfe, seconds, real-time factor
@@ -195,7 +195,7 @@ class Vocoder:
         """(linguistic codes, semantic codes) -> 24 kHz waveform Tensor[samples] in [-1, 1].
 
         steps: Euler steps of the flow (default 10); guidance: classifier-free guidance
-        strength (default 0.7; 0 = one network evaluation per step); seed: of the
+        strength (default: the artifact's, 0; 0 = one network evaluation per step); seed: of the
         starting noise, so equal inputs give equal audio; wave: "istft" (the trained
         generator, default when there is one) or "griffinlim".
         """
